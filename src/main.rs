@@ -49,6 +49,9 @@ enum Command {
     },
     /// ONNX Runtime: which library was loaded and from where.
     Info {
+        /// Also open this ONNX graph and print its inputs and outputs.
+        #[arg(long, value_name = "MODEL.onnx")]
+        graph: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -68,6 +71,7 @@ enum ListAction {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
@@ -176,18 +180,41 @@ fn run(cli: Cli) -> Result<()> {
                 .collect();
             emit(*json, &models, &["ID", "KIND", "SOURCE", "LABEL"], rows)
         }
-        Command::Info { json } => {
+        Command::Info { graph, json } => {
             let info = runtime::ensure_runtime()?;
+            let graph = graph.as_deref().map(describe_graph).transpose()?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(info)?);
+                let value = serde_json::json!({ "runtime": info, "graph": graph });
+                println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
                 println!("ONNX Runtime: {}", info.dylib_path.display());
                 println!("found by:     {}", info.found_by);
                 println!("build:        {}", info.build_info);
+                if let Some(graph) = graph {
+                    println!("graph:        {}", serde_json::to_string_pretty(&graph)?);
+                }
             }
             Ok(())
         }
     }
+}
+
+/// Opens `path` on the default device and lists its inputs and outputs with their types.
+fn describe_graph(path: &std::path::Path) -> Result<serde_json::Value> {
+    let opened = runtime::create_session(path, &runtime::SessionOptions::default())?;
+    let outlets = |outlets: &[ort::value::Outlet]| -> Vec<serde_json::Value> {
+        outlets
+            .iter()
+            .map(|o| serde_json::json!({ "name": o.name(), "type": o.dtype().to_string() }))
+            .collect()
+    };
+    Ok(serde_json::json!({
+        "path": path,
+        "provider": opened.provider,
+        "fallback": opened.fallback,
+        "inputs": outlets(opened.session.inputs()),
+        "outputs": outlets(opened.session.outputs()),
+    }))
 }
 
 fn describe_preset(kind: &PresetKind) -> String {

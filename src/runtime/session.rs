@@ -12,7 +12,8 @@ use super::{RuntimeError, environment};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DevicePreference {
-    /// CUDA when this build has the `cuda` feature and the provider registers, else CPU (logged).
+    /// CUDA when this build has the `cuda` feature and the provider registers (a failure is
+    /// logged and reported as a fallback); CPU in builds without the feature.
     #[default]
     Auto,
     /// CPU only.
@@ -86,9 +87,14 @@ pub fn create_session(
     path: &Path,
     options: &SessionOptions,
 ) -> Result<OpenedSession, RuntimeError> {
-    let cuda_failure = match options.device {
-        DevicePreference::Cpu => None,
-        DevicePreference::Auto | DevicePreference::CudaStrict => match open_cuda(path, options) {
+    let wants_cuda = match options.device {
+        DevicePreference::Cpu => false,
+        DevicePreference::Auto => cfg!(feature = "cuda"),
+        DevicePreference::CudaStrict => true,
+    };
+    let cuda_failure = match wants_cuda {
+        false => None,
+        true => match open_cuda(path, options) {
             Ok(session) => {
                 return Ok(OpenedSession {
                     session,
