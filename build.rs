@@ -1,9 +1,10 @@
-//! Fetches `libonnxruntime.so` from the pinned PyPI wheel into the user's cache directory.
+//! Fetches the ONNX Runtime shared library from a pinned PyPI wheel into the user's cache.
 //!
 //! ort's own `download-binaries` reaches a CDN that is not always reachable, so the crate uses
-//! `load-dynamic` and this script instead: `pip download` of `onnxruntime==1.32.0` with a pinned
-//! interpreter version and platform, extraction of the one shared library, a sha256 check, and an
-//! atomic rename into the cache (outside `target/`, so `cargo clean` does not force a download).
+//! `load-dynamic` and this script instead: `pip download` of `onnxruntime==1.32.0` (or
+//! `onnxruntime-gpu==1.31.1` with the `cuda` feature) with a pinned interpreter version and
+//! platform, extraction of the shared libraries, a sha256 check of each, and an atomic rename
+//! into the cache (outside `target/`, so `cargo clean` does not force a download).
 //!
 //! The script never fails the build: with no network, no Python or an unsupported target it
 //! prints a warning, the crate still compiles, and the program reports at run time how to provide
@@ -38,27 +39,36 @@ fn ensure_cached_dylib() -> Result<(), String> {
             "the pinned wheel is for linux x86_64, this build targets {target_os} {target_arch}"
         ));
     }
-    let dir = ort_cache_dir().ok_or("no user cache directory (set SDXL_BACKEND_CACHE_DIR)")?;
-    let dylib = dir.join(ORT_DYLIB_FILE);
-    if dylib.is_file() && sha256_of(&dylib).as_deref() == Ok(ORT_DYLIB_SHA256) {
+    let distribution = distribution(std::env::var_os("CARGO_FEATURE_CUDA").is_some());
+    let dir = ort_cache_dir(distribution)
+        .ok_or("no user cache directory (set SDXL_BACKEND_CACHE_DIR)")?;
+    let cached = |file: &WheelFile| {
+        let path = dir.join(file.file);
+        path.is_file() && sha256_of(&path).as_deref() == Ok(file.sha256)
+    };
+    if distribution.files.iter().all(cached) {
         return Ok(());
     }
     if std::env::var("CARGO_NET_OFFLINE").is_ok_and(|v| v == "true")
         || std::env::var_os("SDXL_SKIP_ORT_DOWNLOAD").is_some()
     {
         return Err(format!(
-            "offline build and no verified copy at {}",
-            dylib.display()
+            "offline build and no verified copy in {}",
+            dir.display()
         ));
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let staging = dir.join(format!(".download-{}", std::process::id()));
-    let result = download_and_install(&staging, &dylib);
+    let result = download_and_install(distribution, &staging, &dir);
     let _ = std::fs::remove_dir_all(&staging);
     result
 }
 
-fn download_and_install(staging: &Path, dylib: &Path) -> Result<(), String> {
+fn download_and_install(
+    distribution: &OrtDistribution,
+    staging: &Path,
+    dir: &Path,
+) -> Result<(), String> {
     std::fs::create_dir_all(staging)
         .map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
@@ -78,50 +88,46 @@ fn download_and_install(staging: &Path, dylib: &Path) -> Result<(), String> {
             "--timeout",
             "20",
         ])
-        .args([
-            "--python-version",
-            ORT_WHEEL_PYTHON_VERSION,
-            "--platform",
-            ORT_WHEEL_PLATFORM,
-        ])
-        .arg(ORT_WHEEL_REQUIREMENT)
+        .args(["--python-version", distribution.python_version])
+        .args(["--platform", distribution.platform])
+        .arg(distribution.requirement)
         .arg("-d")
         .arg(staging)
         .status()
         .map_err(|e| format!("cannot run `{python} -m pip` ({e}); install Python 3 with pip"))?;
     if !status.success() {
         return Err(format!(
-            "`pip download {ORT_WHEEL_REQUIREMENT}` failed ({status})"
+            "`pip download {}` failed ({status})",
+            distribution.requirement
         ));
     }
     let wheel = find_wheel(staging)?;
-    let extracted = staging.join(ORT_DYLIB_FILE);
-    // The wheel is a zip file; Python's zipfile is already required for pip, so use it.
-    let status = Command::new(&python)
-        .args([
-            "-c",
-            "import sys, zipfile; open(sys.argv[3], 'wb').write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))",
-        ])
-        .arg(&wheel)
-        .arg(ORT_WHEEL_MEMBER)
-        .arg(&extracted)
-        .status()
-        .map_err(|e| format!("cannot run {python} to unzip the wheel: {e}"))?;
-    if !status.success() {
-        return Err(format!(
-            "{ORT_WHEEL_MEMBER} not found in {}",
-            wheel.display()
-        ));
+    for file in distribution.files {
+        let extracted = staging.join(file.file);
+        // The wheel is a zip file; Python's zipfile is already required for pip, so use it.
+        let status = Command::new(&python)
+            .arg("-c")
+            .arg("import sys, zipfile; open(sys.argv[3], 'wb').write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))")
+            .arg(&wheel)
+            .arg(file.member)
+            .arg(&extracted)
+            .status()
+            .map_err(|e| format!("cannot run {python} to unzip the wheel: {e}"))?;
+        if !status.success() {
+            return Err(format!("{} not found in {}", file.member, wheel.display()));
+        }
+        let digest = sha256_of(&extracted)?;
+        if digest != file.sha256 {
+            return Err(format!(
+                "sha256 mismatch for {}: expected {}, got {digest}",
+                file.member, file.sha256
+            ));
+        }
+        // Same filesystem, so the rename is atomic: the cache never holds a partial library.
+        std::fs::rename(&extracted, dir.join(file.file))
+            .map_err(|e| format!("cannot move {} into {}: {e}", file.file, dir.display()))?;
     }
-    let digest = sha256_of(&extracted)?;
-    if digest != ORT_DYLIB_SHA256 {
-        return Err(format!(
-            "sha256 mismatch for {ORT_WHEEL_MEMBER}: expected {ORT_DYLIB_SHA256}, got {digest}"
-        ));
-    }
-    // Same filesystem, so the rename is atomic: the cache never holds a partial library.
-    std::fs::rename(&extracted, dylib)
-        .map_err(|e| format!("cannot move the library into {}: {e}", dylib.display()))
+    Ok(())
 }
 
 fn find_wheel(dir: &Path) -> Result<PathBuf, String> {

@@ -24,25 +24,25 @@ pub const ORT_DYLIB_PATH_ENV: &str = "ORT_DYLIB_PATH";
 pub enum RuntimeError {
     /// `ORT_DYLIB_PATH` names a file that does not exist.
     #[error(
-        "ORT_DYLIB_PATH is set to {path}, but no file exists there. Point ORT_DYLIB_PATH at a libonnxruntime.so of version >= 1.31 (for example onnxruntime/capi/libonnxruntime.so.{version} from the PyPI wheel onnxruntime=={version}), or unset it to use the copy cached by the build ({cache})."
+        "ORT_DYLIB_PATH is set to {path}, but no file exists there. Point ORT_DYLIB_PATH at a libonnxruntime.so of version >= 1.31 (for example onnxruntime/capi/libonnxruntime.so.* from the PyPI wheel {requirement}), or unset it to use the copy cached by the build ({cache})."
     )]
     DylibPathMissing {
         /// The value of the variable.
         path: PathBuf,
-        /// The pinned version.
-        version: &'static str,
+        /// The pinned wheel.
+        requirement: &'static str,
         /// Where the cached copy would be.
         cache: String,
     },
     /// No library was found in any of the places searched.
     #[error(
-        "ONNX Runtime library not found. Searched, in order: {searched}. Fix: run `cargo build` with network access so the build script caches onnxruntime=={version} from PyPI, or install the wheel yourself (`pip download --no-deps onnxruntime=={version}`, unzip onnxruntime/capi/libonnxruntime.so.{version}) and set ORT_DYLIB_PATH to that file."
+        "ONNX Runtime library not found. Searched, in order: {searched}. Fix: run `cargo build` with network access so the build script caches {requirement} from PyPI, or fetch the wheel yourself (`pip download --no-deps {requirement}`), unzip onnxruntime/capi/libonnxruntime.so.* and set ORT_DYLIB_PATH to that file."
     )]
     DylibNotFound {
         /// The places searched, in order.
         searched: String,
-        /// The pinned version.
-        version: &'static str,
+        /// The pinned wheel.
+        requirement: &'static str,
     },
     /// The library exists but could not be loaded (wrong file, too old, missing dependencies).
     #[error("cannot load ONNX Runtime from {path}: {reason}")]
@@ -130,10 +130,9 @@ fn init_runtime() -> Result<Runtime, RuntimeError> {
 /// Finds the library: `ORT_DYLIB_PATH`, then the build script's cached copy, then next to the
 /// running executable.
 pub fn locate_dylib() -> Result<(PathBuf, &'static str), RuntimeError> {
-    let cache_dir = dylib_source::ort_cache_dir();
-    let cached = cache_dir
-        .as_ref()
-        .map(|dir| dir.join(dylib_source::ORT_DYLIB_FILE));
+    let distribution = dylib_source::distribution(cfg!(feature = "cuda"));
+    let cached =
+        dylib_source::ort_cache_dir(distribution).map(|dir| dir.join(distribution.dylib_file()));
     let describe_cache = || {
         cached.as_ref().map_or_else(
             || "no user cache directory".to_string(),
@@ -147,7 +146,7 @@ pub fn locate_dylib() -> Result<(PathBuf, &'static str), RuntimeError> {
         }
         return Err(RuntimeError::DylibPathMissing {
             path,
-            version: dylib_source::ORT_VERSION,
+            requirement: distribution.requirement,
             cache: describe_cache(),
         });
     }
@@ -155,7 +154,7 @@ pub fn locate_dylib() -> Result<(PathBuf, &'static str), RuntimeError> {
         return Ok((path.clone(), "cache"));
     }
     let beside_exe = executable_dir().map(|dir| {
-        [dylib_source::ORT_DYLIB_FILE, "libonnxruntime.so"]
+        [distribution.dylib_file(), "libonnxruntime.so"]
             .iter()
             .map(|name| dir.join(name))
             .collect::<Vec<_>>()
@@ -177,7 +176,7 @@ pub fn locate_dylib() -> Result<(PathBuf, &'static str), RuntimeError> {
             "(1) ORT_DYLIB_PATH (not set), (2) the build cache {}, (3) next to the executable: {beside}",
             describe_cache()
         ),
-        version: dylib_source::ORT_VERSION,
+        requirement: distribution.requirement,
     })
 }
 
