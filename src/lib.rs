@@ -16,6 +16,8 @@
 //! ```
 
 pub mod error;
+pub mod npy;
+pub mod pipeline;
 pub mod registry;
 pub mod runtime;
 pub mod schedulers;
