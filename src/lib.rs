@@ -19,6 +19,7 @@ pub mod error;
 pub mod npy;
 pub mod pipeline;
 pub mod registry;
+pub mod rng;
 pub mod runtime;
 pub mod schedulers;
 

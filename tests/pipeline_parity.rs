@@ -14,6 +14,7 @@ use ndarray::ArrayD;
 use sdxl_backend::Registries;
 use sdxl_backend::npy;
 use sdxl_backend::pipeline::{GenerateParams, RgbImage, SchedulerChoice, SdxlPipeline};
+use sdxl_backend::rng::TorchCpuRng;
 use sdxl_backend::runtime::{DevicePreference, SessionOptions};
 use sdxl_backend::schedulers::ReplayNoise;
 use serde_json::Value;
@@ -100,26 +101,42 @@ fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// Where a case's random draws come from.
+#[derive(Clone, Copy)]
+enum Noise {
+    /// The tensors diffusers drew, replayed.
+    Recorded,
+    /// Our torch-compatible CPU generator seeded with the case's seed: no recorded noise used.
+    Seeded,
+}
+
 /// Runs a case and checks latents and image against the reference; returns (latents, image) diffs.
-fn check_case(name: &str, latent_tolerance: f32) -> (f32, f32) {
+fn check_case(name: &str, latent_tolerance: f32, noise_kind: Noise) -> (f32, f32) {
     let case = case_named(name);
     let pipeline = load(&case);
     let registries = Registries::load(None, None).unwrap();
-    let mut noise = recorded_noise(&case);
+    let mut recorded = recorded_noise(&case);
+    let mut seeded = TorchCpuRng::new(case["seed"].as_u64().unwrap_or(0));
+    let noise: &mut dyn sdxl_backend::schedulers::NoiseSource = match noise_kind {
+        Noise::Recorded => &mut recorded,
+        Noise::Seeded => &mut seeded,
+    };
     let output = pipeline
         .generate(
             &params(&case),
             &registries.schedulers,
-            &mut noise,
+            noise,
             &mut |_| true,
             true,
         )
         .unwrap_or_else(|e| panic!("{name}: {e}"));
-    assert_eq!(
-        noise.remaining(),
-        0,
-        "{name}: every recorded draw is consumed"
-    );
+    if matches!(noise_kind, Noise::Recorded) {
+        assert_eq!(
+            recorded.remaining(),
+            0,
+            "{name}: every recorded draw is consumed"
+        );
+    }
     let reference = npy::read_f32(&case_file(&case, "final_latents.npy")).unwrap();
     let latent_diff = max_abs_diff(&output.latents, &reference);
     let image_ref = npy::read_f32(&case_file(&case, "image.npy")).unwrap(); // [1, H, W, 3] or [H, W, 3]
@@ -152,7 +169,7 @@ macro_rules! parity {
         $(
             #[test]
             fn $test() {
-                check_case($case, 1e-3);
+                check_case($case, 1e-3, Noise::Recorded);
             }
         )+
     };
@@ -173,6 +190,26 @@ parity! {
     img2img_euler_strength_0_6 => "i2i_euler",
     img2img_euler_strength_0_3 => "i2i_euler_strength_0_3",
     refiner_img2img => "refiner_i2i",
+}
+
+/// Seeded end to end, as a user moving from diffusers would run it: `--seed` only.
+mod seeded {
+    use super::*;
+
+    #[test]
+    fn euler_seed_42() {
+        check_case("t2i_euler_seeded", 1e-3, Noise::Seeded);
+    }
+
+    #[test]
+    fn euler_ancestral_seed_42() {
+        check_case("t2i_euler_a_seeded", 1e-3, Noise::Seeded);
+    }
+
+    #[test]
+    fn img2img_strength_0_6_seed_7() {
+        check_case("i2i_euler", 1e-3, Noise::Seeded);
+    }
 }
 
 #[test]

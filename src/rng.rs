@@ -1,0 +1,171 @@
+//! Seeded noise that means the same as in diffusers: `torch.Generator("cpu").manual_seed(seed)`
+//! followed by `torch.randn(shape, generator=g)` calls, reproduced on the CPU.
+//!
+//! PyTorch's CPU generator is a 32-bit Mersenne Twister (mt19937). `randn` of float32 takes one
+//! of two paths (aten/src/ATen/native/cpu/DistributionTemplates.h):
+//! - 16 or more elements (`normal_fill`): fill the tensor with uniforms `u = (r & 0xFFFFFF) * 2^-24`
+//!   from 32-bit draws, then Box-Muller over blocks of 16 (pairs j and j + 8:
+//!   `sqrt(-2 ln(1 - u_j)) * cos/sin(2 pi u_{j+8})`); when the size is not a multiple of 16 the
+//!   last 16 values are drawn again and recomputed, so `randn(17)` is not a prefix of `randn(100)`.
+//! - fewer than 16 (`normal_distribution<double>`): per element, two 53-bit uniforms from 64-bit
+//!   draws, `sqrt(-2 ln(1 - u2)) * cos(2 pi u1)`, and the `sin` twin cached in the generator for
+//!   the next scalar normal.
+//!
+//! Successive draws continue one stream, as diffusers draws the initial latents, the img2img
+//! posterior sample and added noise, then each ancestral step's noise.
+
+use ndarray::{ArrayD, IxDyn};
+
+use crate::schedulers::NoiseSource;
+
+/// The 32-bit Mersenne Twister (Matsumoto & Nishimura 1998), seeded like PyTorch's
+/// `at::mt19937` (`init_genrand` of the low 32 bits of the seed).
+#[derive(Clone)]
+pub struct Mt19937 {
+    state: Box<[u32; 624]>,
+    index: usize,
+}
+
+impl Mt19937 {
+    /// Seeds the generator.
+    pub fn new(seed: u64) -> Self {
+        let mut state = Box::new([0u32; 624]);
+        state[0] = seed as u32;
+        for i in 1..624 {
+            let previous = state[i - 1];
+            state[i] = 1_812_433_253u32
+                .wrapping_mul(previous ^ (previous >> 30))
+                .wrapping_add(i as u32);
+        }
+        Self { state, index: 624 }
+    }
+
+    /// The next 32-bit output.
+    pub fn next_u32(&mut self) -> u32 {
+        if self.index >= 624 {
+            self.twist();
+        }
+        let mut y = self.state[self.index];
+        self.index += 1;
+        y ^= y >> 11;
+        y ^= (y << 7) & 0x9d2c_5680;
+        y ^= (y << 15) & 0xefc6_0000;
+        y ^ (y >> 18)
+    }
+
+    fn twist(&mut self) {
+        for i in 0..624 {
+            let y = (self.state[i] & 0x8000_0000) | (self.state[(i + 1) % 624] & 0x7fff_ffff);
+            let mut next = self.state[(i + 397) % 624] ^ (y >> 1);
+            if y & 1 != 0 {
+                next ^= 0x9908_b0df;
+            }
+            self.state[i] = next;
+        }
+        self.index = 0;
+    }
+
+    /// PyTorch's `random64`: two draws, the first in the high half.
+    pub fn next_u64(&mut self) -> u64 {
+        let high = u64::from(self.next_u32());
+        let low = u64::from(self.next_u32());
+        (high << 32) | low
+    }
+}
+
+/// `torch.Generator("cpu").manual_seed(seed)` as a [`NoiseSource`].
+#[derive(Clone)]
+pub struct TorchCpuRng {
+    engine: Mt19937,
+    /// The cached second Box-Muller value of the scalar (double) path.
+    next_double_normal: Option<f64>,
+}
+
+impl TorchCpuRng {
+    /// A generator seeded like `manual_seed(seed)`.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            engine: Mt19937::new(seed),
+            next_double_normal: None,
+        }
+    }
+
+    /// Uniform float32 in [0, 1) from 24 random bits (`uniform_real_distribution<float>`).
+    fn uniform_f32(&mut self) -> f32 {
+        (self.engine.next_u32() & ((1 << 24) - 1)) as f32 * (1.0 / (1u32 << 24) as f32)
+    }
+
+    /// Uniform double in [0, 1) from 53 random bits (`uniform_real_distribution<double>`).
+    fn uniform_f64(&mut self) -> f64 {
+        (self.engine.next_u64() & ((1u64 << 53) - 1)) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// One standard normal of the scalar path (`normal_distribution<double>`).
+    fn scalar_normal(&mut self) -> f64 {
+        if let Some(cached) = self.next_double_normal.take() {
+            return cached;
+        }
+        let u1 = self.uniform_f64();
+        let u2 = self.uniform_f64();
+        let radius = (-2.0 * (-u2).ln_1p()).sqrt();
+        let theta = 2.0 * std::f64::consts::PI * u1;
+        self.next_double_normal = Some(radius * theta.sin());
+        radius * theta.cos()
+    }
+
+    /// `torch.randn(n)` flattened: the values of the next draw of `n` elements.
+    pub fn randn_values(&mut self, n: usize) -> Vec<f32> {
+        if n < 16 {
+            return (0..n).map(|_| self.scalar_normal() as f32).collect();
+        }
+        let mut data: Vec<f32> = (0..n).map(|_| self.uniform_f32()).collect();
+        for block in data.chunks_exact_mut(16) {
+            box_muller_16(block);
+        }
+        if n % 16 != 0 {
+            let tail = &mut data[n - 16..];
+            for value in tail.iter_mut() {
+                *value = self.uniform_f32();
+            }
+            box_muller_16(tail);
+        }
+        data
+    }
+}
+
+/// PyTorch's `normal_fill_16`: pairs (j, j + 8) of uniforms to two normals, in float32.
+fn box_muller_16(block: &mut [f32]) {
+    for j in 0..8 {
+        let u1 = 1.0 - block[j];
+        let u2 = block[j + 8];
+        let radius = (-2.0 * u1.ln()).sqrt();
+        let theta = 2.0 * std::f32::consts::PI * u2;
+        block[j] = radius * theta.cos();
+        block[j + 8] = radius * theta.sin();
+    }
+}
+
+impl NoiseSource for TorchCpuRng {
+    fn randn(&mut self, shape: &[usize]) -> ArrayD<f32> {
+        let n = shape.iter().product();
+        let values = self.randn_values(n);
+        // The length always matches the shape's product.
+        ArrayD::from_shape_vec(IxDyn(shape), values).unwrap_or_else(|_| ArrayD::zeros(IxDyn(shape)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mt19937_matches_the_reference_sequence() {
+        // The 10000th output of mt19937 seeded with 5489 is 4123659995 (C++ [rand.predef]).
+        let mut engine = Mt19937::new(5489);
+        let mut last = 0;
+        for _ in 0..10_000 {
+            last = engine.next_u32();
+        }
+        assert_eq!(last, 4_123_659_995);
+    }
+}
