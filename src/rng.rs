@@ -122,7 +122,7 @@ impl TorchCpuRng {
         for block in data.chunks_exact_mut(16) {
             box_muller_16(block);
         }
-        if n % 16 != 0 {
+        if !n.is_multiple_of(16) {
             let tail = &mut data[n - 16..];
             for value in tail.iter_mut() {
                 *value = self.uniform_f32();
