@@ -16,7 +16,9 @@
 //! ```
 
 pub mod error;
+pub mod model_loader;
 pub mod npy;
+pub mod output;
 pub mod pipeline;
 pub mod registry;
 pub mod rng;

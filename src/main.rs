@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod cli;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use sdxl_backend::registry::{PresetKind, Registries};
@@ -47,6 +49,8 @@ enum Command {
         #[command(subcommand)]
         action: ListAction,
     },
+    /// Generate images (text-to-image, or image-to-image with --init-image).
+    Generate(Box<cli::generate::GenerateArgs>),
     /// ONNX Runtime: which library was loaded and from where.
     Info {
         /// Also open this ONNX graph and print its inputs and outputs.
@@ -180,6 +184,7 @@ fn run(cli: Cli) -> Result<()> {
                 .collect();
             emit(*json, &models, &["ID", "KIND", "SOURCE", "LABEL"], rows)
         }
+        Command::Generate(args) => cli::generate::run(args, &registries()?),
         Command::Info { graph, json } => {
             let info = runtime::ensure_runtime()?;
             let graph = graph.as_deref().map(describe_graph).transpose()?;

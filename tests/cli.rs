@@ -169,3 +169,65 @@ fn no_library_anywhere_is_a_clear_error_listing_the_places_searched() {
     assert!(err.contains("next to the executable"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn generate_writes_a_png_with_infotext_and_latents() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tiny.png");
+    let latents = dir.path().join("final.npy");
+    let output = sdxl(
+        &[
+            "generate",
+            "--model",
+            "tiny-sdxl",
+            "--prompt",
+            "a photo of an astronaut riding a horse",
+            "--seed",
+            "42",
+            "--out",
+            out.to_str().unwrap(),
+            "--output-latents",
+            latents.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let result: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(result["seed"], 42);
+    assert_eq!(result["evaluations"], 8);
+    let png = std::fs::read(&out).unwrap();
+    let infotext = sdxl_backend::output::read_png_parameters(&png).expect("parameters chunk");
+    let parsed = sdxl_backend::output::Infotext::parse(&infotext);
+    assert_eq!(parsed.prompt, "a photo of an astronaut riding a horse");
+    assert_eq!(parsed.field("Seed"), Some("42"));
+    assert_eq!(parsed.field("Sampler"), Some("Euler"));
+    assert_eq!(parsed.field("Size"), Some("64x64"));
+    // Same seed, prompt and settings as diffusers' reference case: the same pixels.
+    let reference =
+        std::fs::read(common::fixture("pipeline_refs/t2i_euler_seeded/image.png")).unwrap();
+    let ours = sdxl_backend::pipeline::RgbImage::from_png(&png).unwrap();
+    let theirs = sdxl_backend::pipeline::RgbImage::from_png(&reference).unwrap();
+    let worst = ours
+        .pixels
+        .iter()
+        .zip(&theirs.pixels)
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap();
+    assert!(worst <= 1, "differs from diffusers by {worst} levels");
+    let final_latents = sdxl_backend::npy::read_f32(&latents).unwrap();
+    assert_eq!(final_latents.shape(), &[1, 4, 8, 8]);
+}
+
+#[test]
+fn generate_with_an_unknown_model_suggests_the_nearest_id() {
+    let output = sdxl(&["generate", "--model", "tiny-sdx", "--prompt", "x"], &[]);
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(
+        err.contains("unknown model \"tiny-sdx\"; did you mean \"tiny-sdxl\"?"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}

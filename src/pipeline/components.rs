@@ -196,6 +196,15 @@ impl Components {
         })
     }
 
+    /// The UNet's native latent size from `unet/config.json` (`sample_size`), if stated.
+    pub fn unet_sample_size(&self) -> Option<usize> {
+        let config = read_json(&self.root.join("unet").join("config.json")).ok()?;
+        config
+            .get("sample_size")
+            .and_then(Value::as_u64)
+            .map(|v| v as usize)
+    }
+
     /// Every graph, for reporting (provider, fallbacks).
     pub fn graphs(&self) -> impl Iterator<Item = &Graph> {
         self.text_encoder
