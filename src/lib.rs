@@ -6,6 +6,31 @@
 //! The registries are data: `schedulers.toml` and `models.toml`, embedded at build time and
 //! layered with user files.
 //!
+//! Embedding it: load a model, generate, unload.
+//!
+//! ```
+//! use sdxl_backend::{BackendConfig, GenerateRequest, SdxlBackend};
+//! use sdxl_backend::runtime::SessionOptions;
+//!
+//! let backend = SdxlBackend::new(BackendConfig::default())?;
+//! backend.init_backend("tiny-sdxl", SessionOptions::default())?; // the bundled test model
+//! let request = GenerateRequest {
+//!     prompt: "a photo of an astronaut riding a horse".into(),
+//!     seed: Some(42),
+//!     steps: Some(4),
+//!     ..Default::default()
+//! };
+//! let result = backend.generate(&request)?;
+//! assert_eq!(result.images.len(), 1);
+//! assert_eq!((result.images[0].width, result.images[0].height), (64, 64));
+//! assert!(result.infotext.contains("Seed: 42"));
+//! backend.unload_backend();
+//! assert!(backend.generate(&request).is_err()); // nothing loaded any more
+//! # Ok::<(), sdxl_backend::Error>(())
+//! ```
+//!
+//! The registries alone:
+//!
 //! ```
 //! let schedulers = sdxl_backend::get_available_schedulers()?;
 //! assert!(schedulers.iter().any(|preset| preset.name == "euler"));
@@ -15,7 +40,12 @@
 //! # Ok::<(), sdxl_backend::Error>(())
 //! ```
 
+// Nothing reachable from user input may panic: no unwrap/expect in library code.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod backend;
 pub mod error;
+pub mod memory;
 pub mod model_loader;
 pub mod npy;
 pub mod output;
@@ -25,6 +55,9 @@ pub mod rng;
 pub mod runtime;
 pub mod schedulers;
 
+pub use backend::{
+    BackendConfig, CancellationToken, GenerateRequest, GenerateResult, Progress, SdxlBackend,
+};
 pub use error::{Error, Result};
 pub use registry::{
     Registries, get_available_samplers, get_available_schedulers, get_available_schedules,

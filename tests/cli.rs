@@ -194,8 +194,10 @@ fn generate_writes_a_png_with_infotext_and_latents() {
     );
     assert!(output.status.success(), "{}", stderr(&output));
     let result: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(result["seed"], 42);
-    assert_eq!(result["evaluations"], 8);
+    assert_eq!(result["parameters"]["seed"], 42);
+    assert_eq!(result["parameters"]["evaluations"], 8);
+    assert_eq!(result["images"][0]["seed"], 42);
+    assert!(result["timings"]["inside_ort"].as_f64().unwrap() > 0.0);
     let png = std::fs::read(&out).unwrap();
     let infotext = sdxl_backend::output::read_png_parameters(&png).expect("parameters chunk");
     let parsed = sdxl_backend::output::Infotext::parse(&infotext);

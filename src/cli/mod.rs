@@ -1,3 +1,7 @@
-//! Subcommands of the `sdxl` binary that need more than a few lines.
+//! The subcommands of the `sdxl` binary, one module each; `main.rs` only parses and dispatches.
 
 pub mod generate;
+pub mod info;
+pub mod models;
+pub mod schedulers;
+pub mod table;

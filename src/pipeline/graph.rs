@@ -12,6 +12,16 @@ use ort::value::{Tensor, TensorElementType, ValueType};
 use super::PipelineError;
 use crate::runtime::{ActiveProvider, SessionOptions, create_session};
 
+thread_local! {
+    /// Time this thread spent inside `Session::run`, for the engine-overhead metric.
+    static ORT_RUN_TIME: std::cell::Cell<std::time::Duration> = const { std::cell::Cell::new(std::time::Duration::ZERO) };
+}
+
+/// Returns and resets the time the calling thread spent inside ONNX Runtime's `run`.
+pub fn take_ort_run_time() -> std::time::Duration {
+    ORT_RUN_TIME.with(|cell| cell.replace(std::time::Duration::ZERO))
+}
+
 /// Name, element type and declared shape (-1 for symbolic dims) of a graph input or output.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Port {
@@ -139,7 +149,9 @@ impl Graph {
             .session
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let started = std::time::Instant::now();
         let outputs = session.run(values).map_err(|e| self.ort_error(e))?;
+        ORT_RUN_TIME.with(|cell| cell.set(cell.get() + started.elapsed()));
         wanted
             .iter()
             .map(|name| {

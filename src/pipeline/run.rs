@@ -10,9 +10,11 @@ use super::request::{GenerateParams, SchedulerChoice};
 use super::text::{PromptEmbeddings, encode_prompt};
 use super::vae::{self, RgbImage};
 use super::{PipelineError, SdxlPipeline};
+use crate::registry::PresetKind;
 use crate::registry::SchedulerRegistry;
 use crate::schedulers::kinds::DiffusersClass;
-use crate::schedulers::{NoiseSource, Plan, SchedulerConfig, Stepper, build_preset, build_stepper};
+use crate::schedulers::ksampler::build_sampling;
+use crate::schedulers::{NoiseSource, Plan, SchedulerConfig, Stepper, build_stepper};
 
 /// Where the time of one generation went.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -23,6 +25,8 @@ pub struct Timings {
     pub steps: Vec<Duration>,
     /// VAE encode (img2img) and decode.
     pub vae: Duration,
+    /// Time inside ONNX Runtime's `run` (everything else is engine overhead).
+    pub inside_ort: Duration,
     /// Everything.
     pub total: Duration,
 }
@@ -45,14 +49,26 @@ pub struct GenerateOutput {
 }
 
 impl SdxlPipeline {
-    /// Builds the stepper for `choice` over this model's scheduler config.
+    /// Builds the stepper for `choice` over this model's scheduler config. Diffusers classes
+    /// plan all `steps` (img2img then runs the tail, as diffusers' `get_timesteps`); a sampler
+    /// over a schedule plans only the last part for img2img `denoise` < 1 (ComfyUI's
+    /// `denoise`), which the returned flag reports.
     pub fn scheduler(
         &self,
         choice: &SchedulerChoice,
         registry: &SchedulerRegistry,
         steps: usize,
-    ) -> Result<Box<dyn Stepper>, PipelineError> {
+        denoise: f64,
+    ) -> Result<(Box<dyn Stepper>, bool), PipelineError> {
         let model_config = &self.components.scheduler_config;
+        let sampling = |sampler: &str,
+                        schedule: Option<&str>|
+         -> Result<(Box<dyn Stepper>, bool), PipelineError> {
+            Ok((
+                build_sampling(registry, sampler, schedule, model_config, steps, denoise)?,
+                true,
+            ))
+        };
         match choice {
             SchedulerChoice::ModelDefault => {
                 let name = self
@@ -66,29 +82,23 @@ impl SdxlPipeline {
                         message: format!("scheduler class {name} is not supported; name a preset instead (see `sdxl schedulers list`)"),
                     }
                 })?;
-                Ok(build_stepper(
-                    class,
-                    model_config,
-                    &SchedulerConfig::default(),
-                    steps,
-                )?)
+                Ok((
+                    build_stepper(class, model_config, &SchedulerConfig::default(), steps)?,
+                    false,
+                ))
             }
-            SchedulerChoice::Preset(name) => Ok(build_preset(
-                registry.preset(name)?,
-                registry,
-                model_config,
-                steps,
-            )?),
+            SchedulerChoice::Preset(name) => match &registry.preset(name)?.kind {
+                PresetKind::Diffusers { class, config } => {
+                    Ok((build_stepper(*class, model_config, config, steps)?, false))
+                }
+                PresetKind::Sampling { sampler, schedule } => sampling(sampler, Some(schedule)),
+            },
             SchedulerChoice::Sampling { sampler, schedule } => {
+                // Resolve names here so an unknown one is a lookup error naming the valid ones.
                 let sampler = registry.sampler(sampler)?;
                 let schedule =
                     registry.schedule(schedule.as_deref().unwrap_or(&sampler.default_schedule))?;
-                Err(PipelineError::Scheduler(
-                    crate::schedulers::SchedulerError::Unsupported(format!(
-                        "sampler {} over schedule {} is not wired into the pipeline yet",
-                        sampler.name, schedule.name
-                    )),
-                ))
+                sampling(&sampler.name, Some(&schedule.name))
             }
         }
     }
@@ -105,6 +115,7 @@ impl SdxlPipeline {
         decode: bool,
     ) -> Result<GenerateOutput, PipelineError> {
         let started = Instant::now();
+        super::graph::take_ort_run_time();
         let settings = &self.components.settings;
         params.validate(settings.vae_scale_factor)?;
         let mut warnings: Vec<String> = self
@@ -114,9 +125,16 @@ impl SdxlPipeline {
             .collect();
         let mut timings = Timings::default();
 
-        let mut stepper = self.scheduler(&params.scheduler, registry, params.steps)?;
+        let img2img_denoise = params.init_image.is_some() && params.denoising_start.is_none();
+        let denoise_fraction = if img2img_denoise {
+            params.strength
+        } else {
+            1.0
+        };
+        let (mut stepper, tail_only) =
+            self.scheduler(&params.scheduler, registry, params.steps, denoise_fraction)?;
         let plan = Plan::of(stepper.as_ref());
-        let (begin, end) = self.evaluation_range(params, stepper.as_ref())?;
+        let (begin, end) = self.evaluation_range(params, stepper.as_ref(), tail_only)?;
 
         // Text: once per request.
         let text_started = Instant::now();
@@ -221,6 +239,7 @@ impl SdxlPipeline {
         };
         timings.vae += decode_started.elapsed();
         timings.total = started.elapsed();
+        timings.inside_ort = super::graph::take_ort_run_time();
         Ok(GenerateOutput {
             latents,
             images,
@@ -237,6 +256,7 @@ impl SdxlPipeline {
         &self,
         params: &GenerateParams,
         stepper: &dyn Stepper,
+        tail_only: bool,
     ) -> Result<(usize, usize), PipelineError> {
         let timesteps = stepper.timesteps();
         let order = stepper.order().max(1);
@@ -247,7 +267,7 @@ impl SdxlPipeline {
             .unwrap_or(1000) as f64;
         let cutoff = |fraction: f64| (n_train - fraction * n_train).round();
         let mut begin = 0;
-        if params.init_image.is_some() {
+        if params.init_image.is_some() && !(tail_only && params.denoising_start.is_none()) {
             begin = match params.denoising_start {
                 Some(start) => {
                     let cut = cutoff(start);

@@ -43,16 +43,44 @@ pub fn build_stepper(
         DiffusersClass::EulerAncestralDiscreteScheduler => {
             Ok(Box::new(EulerAncestralDiscrete::new(&config, steps)?))
         }
-        other => Err(SchedulerError::Unsupported(format!(
-            "{other} is not implemented yet"
-        ))),
+        DiffusersClass::DpmSolverMultistepScheduler => Ok(Box::new(
+            super::dpmsolver_multistep::DpmSolverMultistep::new(&config, steps)?,
+        )),
+        DiffusersClass::HeunDiscreteScheduler => {
+            Ok(Box::new(super::heun::HeunDiscrete::new(&config, steps)?))
+        }
+        DiffusersClass::LmsDiscreteScheduler => {
+            Ok(Box::new(super::lms::LmsDiscrete::new(&config, steps)?))
+        }
+        DiffusersClass::Kdpm2DiscreteScheduler => {
+            Ok(Box::new(super::kdpm2::Kdpm2Discrete::new(&config, steps)?))
+        }
+        DiffusersClass::Kdpm2AncestralDiscreteScheduler => Ok(Box::new(
+            super::kdpm2::Kdpm2AncestralDiscrete::new(&config, steps)?,
+        )),
+        DiffusersClass::DpmSolverSdeScheduler => Ok(Box::new(
+            super::dpmsolver_sde::DpmSolverSde::new(&config, steps)?,
+        )),
+        DiffusersClass::DpmSolverSinglestepScheduler => Ok(Box::new(
+            super::dpmsolver_singlestep::DpmSolverSinglestep::new(&config, steps)?,
+        )),
+        DiffusersClass::UniPcMultistepScheduler => {
+            Ok(Box::new(super::unipc::UniPcMultistep::new(&config, steps)?))
+        }
+        DiffusersClass::DeisMultistepScheduler => {
+            Ok(Box::new(super::deis::DeisMultistep::new(&config, steps)?))
+        }
+        DiffusersClass::DdimScheduler => Ok(Box::new(super::ddim::Ddim::new(&config, steps)?)),
+        DiffusersClass::DdpmScheduler => Ok(Box::new(super::ddpm::Ddpm::new(&config, steps)?)),
+        DiffusersClass::PndmScheduler => Ok(Box::new(super::pndm::Pndm::new(&config, steps)?)),
+        DiffusersClass::LcmScheduler => Ok(Box::new(super::lcm::Lcm::new(&config, steps)?)),
     }
 }
 
 /// Builds the stepper a preset names, for `steps` steps over the model's scheduler config.
 pub fn build_preset(
     preset: &PresetDef,
-    _registry: &SchedulerRegistry,
+    registry: &SchedulerRegistry,
     model_config: &SchedulerConfig,
     steps: usize,
 ) -> Result<Box<dyn Stepper>, SchedulerError> {
@@ -60,8 +88,13 @@ pub fn build_preset(
         PresetKind::Diffusers { class, config } => {
             build_stepper(*class, model_config, config, steps)
         }
-        PresetKind::Sampling { sampler, schedule } => Err(SchedulerError::Unsupported(format!(
-            "sampler {sampler} over schedule {schedule} is not implemented yet"
-        ))),
+        PresetKind::Sampling { sampler, schedule } => super::ksampler::build_sampling(
+            registry,
+            sampler,
+            Some(schedule),
+            model_config,
+            steps,
+            1.0,
+        ),
     }
 }

@@ -7,11 +7,27 @@
 pub mod config;
 pub mod euler;
 pub mod kinds;
+pub mod ksampler;
 pub mod noise;
+pub mod sigmas;
 pub mod spacing;
 pub mod special;
 pub mod stepper;
 pub mod training;
+pub mod vp;
+
+pub mod ddim;
+pub mod ddpm;
+pub mod deis;
+pub mod dpmsolver_multistep;
+pub mod dpmsolver_sde;
+pub mod dpmsolver_singlestep;
+pub mod heun;
+pub mod kdpm2;
+pub mod lcm;
+pub mod lms;
+pub mod pndm;
+pub mod unipc;
 
 mod build;
 

@@ -143,7 +143,8 @@ impl TrainingSchedule {
 }
 
 /// `torch.linspace(start, end, n, dtype=torch.float32)` as PyTorch's CPU kernel computes it:
-/// float32 step, the first half counted up from `start`, the second half down from `end`.
+/// float32 step, the first half counted up from `start`, the second half down from `end`,
+/// each value rounded once (fused multiply-add): all 1000 SDXL betas come out bit-exact.
 pub fn torch_linspace_f32(start: f64, end: f64, n: usize) -> Vec<f32> {
     let (start, end) = (start as f32, end as f32);
     if n == 1 {
@@ -153,10 +154,11 @@ pub fn torch_linspace_f32(start: f64, end: f64, n: usize) -> Vec<f32> {
     let halfway = n / 2;
     (0..n)
         .map(|i| {
+            // PyTorch's kernel rounds `start + step * i` once (a fused multiply-add on x86-64).
             if i < halfway {
-                start + step * i as f32
+                step.mul_add(i as f32, start)
             } else {
-                end - step * (n - i - 1) as f32
+                (-step).mul_add((n - i - 1) as f32, end)
             }
         })
         .collect()
