@@ -61,6 +61,9 @@ pub fn denoise(
     let pooled = conditioning.pooled.view().into_dyn();
     let time_ids = conditioning.time_ids.view().into_dyn();
     let total = range.len();
+    let half_precision = unet
+        .output("out_sample")
+        .is_some_and(|p| p.ty == TensorElementType::Float16);
     let mut durations = Vec::with_capacity(total);
     for (done, index) in range.enumerate() {
         let started = Instant::now();
@@ -99,6 +102,11 @@ pub fn denoise(
             None => prediction,
         };
         latents = stepper.step(&prediction, index, &latents, noise)?;
+        if half_precision {
+            // diffusers' schedulers return `prev_sample.to(model_output.dtype)`: with an fp16
+            // UNet the latents are held in fp16 between steps, as Optimum's pipeline does.
+            latents.mapv_inplace(|v| half::f16::from_f32(v).to_f32());
+        }
         if latents.iter().any(|v| !v.is_finite()) {
             return Err(PipelineError::NonFinite {
                 stage: "latents",
