@@ -169,3 +169,72 @@ mod tests {
         assert_eq!(last, 4_123_659_995);
     }
 }
+
+/// Philox 4x32-10 normals as PyTorch's CUDA generator produces them, computed on the CPU
+/// (AUTOMATIC1111's "NV" RNG, `modules/rng_philox.py`; stable-diffusion.cpp's `cuda` RNG).
+///
+/// Element i of the k-th draw runs Philox with counter (k, 0, i, 0) and key = the seed's two
+/// 32-bit halves; the first two output words become one normal through the sine branch of
+/// Box-Muller (`sqrt(-2 ln u) * sin(v)`), computed in double and rounded to float32.
+#[derive(Debug, Clone)]
+pub struct PhiloxRng {
+    seed: u64,
+    offset: u32,
+}
+
+const PHILOX_M: [u32; 2] = [0xD251_1F53, 0xCD9E_8D57];
+const PHILOX_W: [u32; 2] = [0x9E37_79B9, 0xBB67_AE85];
+
+impl PhiloxRng {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self { seed, offset: 0 }
+    }
+
+    /// Philox 4x32 with 10 rounds.
+    fn philox4x32_10(mut counter: [u32; 4], mut key: [u32; 2]) -> [u32; 4] {
+        for round in 0..10 {
+            if round > 0 {
+                key[0] = key[0].wrapping_add(PHILOX_W[0]);
+                key[1] = key[1].wrapping_add(PHILOX_W[1]);
+            }
+            let product0 = u64::from(counter[0]) * u64::from(PHILOX_M[0]);
+            let product1 = u64::from(counter[2]) * u64::from(PHILOX_M[1]);
+            let (hi0, lo0) = ((product0 >> 32) as u32, product0 as u32);
+            let (hi1, lo1) = ((product1 >> 32) as u32, product1 as u32);
+            counter = [
+                hi1 ^ counter[1] ^ key[0],
+                lo1,
+                hi0 ^ counter[3] ^ key[1],
+                lo0,
+            ];
+        }
+        counter
+    }
+
+    /// The values of the next draw of `n` elements.
+    pub fn randn_values(&mut self, n: usize) -> Vec<f32> {
+        // The float32 constants of the reference (2^-32 and 2^-32 * 2 pi, rounded to float32),
+        // then used in double arithmetic as numpy promotes uint32 * float32 to float64.
+        let two_pow32_inv = f64::from(2.328_306_4e-10_f32);
+        let two_pow32_inv_2pi = f64::from((2.328_306_4e-10_f64 * 6.283_185_5) as f32);
+        let key = [self.seed as u32, (self.seed >> 32) as u32];
+        let offset = self.offset;
+        self.offset = self.offset.wrapping_add(1);
+        (0..n)
+            .map(|i| {
+                let out = Self::philox4x32_10([offset, 0, i as u32, 0], key);
+                let u = f64::from(out[0]) * two_pow32_inv + two_pow32_inv / 2.0;
+                let v = f64::from(out[1]) * two_pow32_inv_2pi + two_pow32_inv_2pi / 2.0;
+                ((-2.0 * u.ln()).sqrt() * v.sin()) as f32
+            })
+            .collect()
+    }
+}
+
+impl NoiseSource for PhiloxRng {
+    fn randn(&mut self, shape: &[usize]) -> ArrayD<f32> {
+        let values = self.randn_values(shape.iter().product());
+        ArrayD::from_shape_vec(IxDyn(shape), values).unwrap_or_else(|_| ArrayD::zeros(IxDyn(shape)))
+    }
+}

@@ -219,3 +219,17 @@ fn any_sampler_over_any_schedule_generates_and_img2img_uses_the_denoise_tail() {
     assert_eq!(img2img.parameters.evaluations, 4);
     assert_eq!(img2img.parameters.strength, Some(0.5));
 }
+
+#[test]
+fn philox_rng_is_reported_and_gives_its_own_image() {
+    let backend = loaded();
+    let cpu = backend.generate(&request(21)).unwrap();
+    let mut req = request(21);
+    req.rng = sdxl_backend::backend::RngKind::Philox;
+    let philox = backend.generate(&req).unwrap();
+    assert_ne!(cpu.images[0].png, philox.images[0].png);
+    assert_eq!(Infotext::parse(&philox.infotext).field("RNG"), Some("NV"));
+    assert_eq!(Infotext::parse(&cpu.infotext).field("RNG"), Some("CPU"));
+    let json = serde_json::to_value(&philox.parameters).unwrap();
+    assert_eq!(json["rng"], "philox");
+}

@@ -63,3 +63,43 @@ fn randn_reproduces_torch_for_every_seed_and_size() {
         worst.0, worst.1, worst.2
     );
 }
+
+#[test]
+fn philox_reproduces_the_a1111_reference_implementation() {
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(common::fixture("rng/philox.json")).unwrap())
+            .unwrap();
+    let sizes: Vec<usize> = meta["sizes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    let mut worst = 0u32;
+    for seed in meta["seeds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+    {
+        let reference =
+            npy::read_f32(&common::fixture(&format!("rng/philox_seed_{seed}.npy"))).unwrap();
+        let reference: Vec<f32> = reference.iter().copied().collect();
+        let mut rng = sdxl_backend::rng::PhiloxRng::new(seed);
+        let mut offset = 0;
+        for &size in &sizes {
+            for (i, (&a, &b)) in rng
+                .randn_values(size)
+                .iter()
+                .zip(&reference[offset..offset + size])
+                .enumerate()
+            {
+                let d = ulps(a, b);
+                assert!(d <= 1, "seed {seed}, size {size}, element {i}: {a} vs {b}");
+                worst = worst.max(d);
+            }
+            offset += size;
+        }
+    }
+    eprintln!("philox worst difference: {worst} ulp");
+}

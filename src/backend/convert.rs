@@ -12,7 +12,7 @@ use crate::model_loader::ResolvedModel;
 use crate::output::{Infotext, encode_png};
 use crate::pipeline::{GenerateOutput, GenerateParams, RgbImage, SchedulerChoice, SdxlPipeline};
 use crate::registry::{PresetKind, Registries};
-use crate::rng::TorchCpuRng;
+use crate::rng::{PhiloxRng, TorchCpuRng};
 use crate::schedulers::{NoiseSource, SchedulerConfig};
 
 /// A request resolved against the model: pipeline parameters plus what the result reports.
@@ -235,7 +235,7 @@ fn scheduler_choice(
 /// Image i of a batch draws from its own generator seeded `seed + i`, so it equals the
 /// single-image generation with that seed (A1111's batch seeds).
 struct PerImageNoise {
-    sources: Vec<TorchCpuRng>,
+    sources: Vec<Box<dyn NoiseSource>>,
 }
 
 impl NoiseSource for PerImageNoise {
@@ -256,9 +256,14 @@ impl NoiseSource for PerImageNoise {
 
 pub fn noise_source(rng: RngKind, seed: u64, batch: usize) -> Box<dyn NoiseSource> {
     match rng {
+        RngKind::Philox => Box::new(PerImageNoise {
+            sources: (0..batch.max(1) as u64)
+                .map(|i| Box::new(PhiloxRng::new(seed + i)) as Box<dyn NoiseSource>)
+                .collect(),
+        }),
         RngKind::Cpu => Box::new(PerImageNoise {
             sources: (0..batch.max(1) as u64)
-                .map(|i| TorchCpuRng::new(seed + i))
+                .map(|i| Box::new(TorchCpuRng::new(seed + i)) as Box<dyn NoiseSource>)
                 .collect(),
         }),
     }
@@ -300,6 +305,15 @@ pub fn infotext(plan: &Plan, model: &str, seed: u64) -> Infotext {
     if p.init_image.is_some() {
         fields.push(("Denoising strength".to_string(), number(p.strength)));
     }
+    // A1111's default is its GPU generator; it names the others.
+    fields.push((
+        "RNG".to_string(),
+        match plan.rng {
+            RngKind::Cpu => "CPU",
+            RngKind::Philox => "NV",
+        }
+        .to_string(),
+    ));
     if let Some(skip) = p.clip_skip {
         fields.push(("Clip skip".to_string(), (skip + 1).to_string()));
     }

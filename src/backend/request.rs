@@ -11,6 +11,8 @@ pub enum RngKind {
     /// `torch.Generator("cpu")`: diffusers' and ComfyUI's default.
     #[default]
     Cpu,
+    /// Philox 4x32-10 as torch's CUDA generator (A1111's GPU/"NV" seeds).
+    Philox,
 }
 
 /// An input image: base64 text (optionally a `data:` URL) in JSON, or raw file bytes in Rust.

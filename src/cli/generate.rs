@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use sdxl_backend::backend::{BackendConfig, GenerateOptions, ImageInput, Progress};
+use sdxl_backend::backend::{BackendConfig, GenerateOptions, ImageInput, Progress, RngKind};
 use sdxl_backend::npy;
 use sdxl_backend::output::write_atomically;
 use sdxl_backend::runtime::{DevicePreference, SessionOptions};
@@ -60,6 +60,9 @@ pub struct GenerateArgs {
     /// Seed of the torch-compatible CPU generator; -1 or omitted: random (reported).
     #[arg(long, allow_hyphen_values = true)]
     seed: Option<i64>,
+    /// Noise generator: cpu (torch.Generator("cpu"), diffusers/ComfyUI) or philox (torch CUDA, A1111 GPU seeds).
+    #[arg(long, default_value = "cpu")]
+    rng: String,
     /// Images to generate (image i uses seed + i).
     #[arg(long)]
     batch_size: Option<u32>,
@@ -96,6 +99,11 @@ pub fn run(
         "cpu" => DevicePreference::Cpu,
         "cuda" => DevicePreference::CudaStrict,
         other => bail!("--device {other}: valid values are auto, cpu, cuda"),
+    };
+    let rng = match args.rng.as_str() {
+        "cpu" => RngKind::Cpu,
+        "philox" => RngKind::Philox,
+        other => bail!("--rng {other}: valid values are cpu, philox"),
     };
     let backend = SdxlBackend::new(BackendConfig {
         schedulers_toml,
@@ -134,6 +142,7 @@ pub fn run(
         clip_skip: args.clip_skip,
         init_image,
         strength: args.strength,
+        rng,
         ..Default::default()
     };
     let options = GenerateOptions {
