@@ -42,21 +42,60 @@ pub fn plan(
     let settings = &pipeline.components.settings;
     let native = pipeline.components.unet_sample_size().unwrap_or(128) * settings.vae_scale_factor;
     let mut warnings = Vec::new();
-    if request
-        .prompt
-        .chars()
-        .any(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r'))
-    {
-        return Err(invalid("prompt", "contains control characters".to_string()));
+    let prompts = [
+        ("prompt", Some(&request.prompt)),
+        ("prompt_2", request.prompt_2.as_ref()),
+        ("negative_prompt", request.negative_prompt.as_ref()),
+        ("negative_prompt_2", request.negative_prompt_2.as_ref()),
+    ];
+    for (field, text) in prompts {
+        let control = text.and_then(|t| {
+            t.chars()
+                .find(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r'))
+        });
+        if let Some(c) = control {
+            return Err(invalid(
+                field,
+                format!(
+                    "contains control characters (U+{:04X}); remove them",
+                    c as u32
+                ),
+            ));
+        }
     }
+    // img2img: decode first, so an omitted size defaults to the image's (rounded down to the
+    // VAE's multiple, as diffusers' image processor does).
+    let decoded_image = match &request.init_image {
+        None => None,
+        Some(input) => {
+            let bytes = input.bytes().map_err(|e| invalid("init_image", e))?;
+            let image = image::load_from_memory(&bytes)
+                .map_err(|e| invalid("init_image", format!("not a readable image: {e}")))?;
+            if !matches!(image.color(), image::ColorType::Rgb8) {
+                let message = format!("init_image converted from {:?} to 8-bit RGB", image.color());
+                tracing::warn!("{message}");
+                warnings.push(message);
+            }
+            Some(image.to_rgb8())
+        }
+    };
+    let multiple = settings.vae_scale_factor.max(1);
+    let image_size = decoded_image.as_ref().map(|rgb| {
+        (
+            rgb.width() as usize / multiple * multiple,
+            rgb.height() as usize / multiple * multiple,
+        )
+    });
     let width = request
         .width
         .map(|w| w as usize)
+        .or(image_size.map(|(w, _)| w))
         .or(defaults.as_ref().map(|d| d.width as usize))
         .unwrap_or(native);
     let height = request
         .height
         .map(|h| h as usize)
+        .or(image_size.map(|(_, h)| h))
         .or(defaults.as_ref().map(|d| d.height as usize))
         .unwrap_or(native);
     let batch_size = request.batch_size.unwrap_or(1) as usize;
@@ -83,13 +122,9 @@ pub fn plan(
         Some(seed) if seed >= 0 => seed as u64,
         _ => random_seed(),
     };
-    let init_image = match &request.init_image {
+    let init_image = match decoded_image {
         None => None,
-        Some(input) => {
-            let bytes = input.bytes().map_err(|e| invalid("init_image", e))?;
-            let image = image::load_from_memory(&bytes)
-                .map_err(|e| invalid("init_image", format!("not a readable image: {e}")))?;
-            let rgb = image.to_rgb8();
+        Some(rgb) => {
             let rgb = if (rgb.width() as usize, rgb.height() as usize) != (width, height) {
                 let message = format!(
                     "init_image resized from {}x{} to {width}x{height} (Lanczos)",

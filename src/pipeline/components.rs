@@ -54,6 +54,8 @@ pub struct Components {
     pub scheduler_class: Option<String>,
     /// Settings from the configs.
     pub settings: ModelSettings,
+    /// Defaults the loader had to assume (reported with every result).
+    pub load_warnings: Vec<String>,
 }
 
 fn read_json(path: &Path) -> Result<Value, PipelineError> {
@@ -136,18 +138,51 @@ impl Components {
         } else {
             Value::Null
         };
-        let scaling_factor = vae_config
-            .get("scaling_factor")
-            .and_then(Value::as_f64)
-            .unwrap_or(0.13025);
-        let vae_blocks = vae_config
-            .get("block_out_channels")
-            .and_then(Value::as_array)
-            .map_or(4, Vec::len);
-        let latent_channels = vae_config
-            .get("latent_channels")
-            .and_then(Value::as_u64)
-            .unwrap_or(4) as usize;
+        // Missing VAE settings fall back to SDXL's values, never silently: each is reported.
+        let mut warnings = Vec::new();
+        let mut vae_setting = |key: &str, value: Option<f64>, sdxl_default: f64| {
+            value.unwrap_or_else(|| {
+                let message = format!(
+                    "{} has no `{key}`; using SDXL's {sdxl_default}",
+                    vae_config_path.display()
+                );
+                tracing::warn!("{message}");
+                warnings.push(message);
+                sdxl_default
+            })
+        };
+        let scaling_factor = vae_setting(
+            "scaling_factor",
+            vae_config.get("scaling_factor").and_then(Value::as_f64),
+            0.13025,
+        );
+        let vae_blocks = vae_setting(
+            "block_out_channels",
+            vae_config
+                .get("block_out_channels")
+                .and_then(Value::as_array)
+                .map(|b| b.len() as f64),
+            4.0,
+        ) as usize;
+        let latent_channels = vae_setting(
+            "latent_channels",
+            vae_config
+                .get("latent_channels")
+                .and_then(Value::as_u64)
+                .map(|c| c as f64),
+            4.0,
+        ) as usize;
+        if !(scaling_factor.is_finite() && scaling_factor > 0.0)
+            || !(1..=8).contains(&vae_blocks)
+            || latent_channels == 0
+        {
+            return Err(PipelineError::Config {
+                path: vae_config_path,
+                message: format!(
+                    "scaling_factor {scaling_factor}, {vae_blocks} blocks, {latent_channels} latent channels: expected a positive scaling factor, 1 to 8 blocks, at least 1 channel"
+                ),
+            });
+        }
 
         let text_encoder = optional_graph(root, "text_encoder", options)?;
         let tokenizer = match &text_encoder {
@@ -193,6 +228,7 @@ impl Components {
             scheduler_config,
             scheduler_class,
             settings,
+            load_warnings: warnings,
         })
     }
 

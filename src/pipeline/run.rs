@@ -123,6 +123,7 @@ impl SdxlPipeline {
             .graphs()
             .filter_map(|g| g.fallback.clone())
             .collect();
+        warnings.extend(self.components.load_warnings.iter().cloned());
         let mut timings = Timings::default();
 
         let img2img_denoise = params.init_image.is_some() && params.denoising_start.is_none();

@@ -4,6 +4,9 @@ use std::fmt;
 use std::ops::Range;
 use std::path::Path;
 
+/// Largest user registry file accepted (the built-ins are ~20 KB).
+pub const MAX_REGISTRY_FILE_BYTES: u64 = 4 << 20;
+
 /// One TOML document the registries were read from: the built-in copy or a user file.
 #[derive(Debug, Clone)]
 pub struct SourceFile {
@@ -24,6 +27,15 @@ impl SourceFile {
 
     /// Reads a user file.
     pub fn read(path: &Path) -> Result<Self, RegistryError> {
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        if size > MAX_REGISTRY_FILE_BYTES {
+            return Err(RegistryError::Io {
+                path: path.display().to_string(),
+                reason: format!(
+                    "the file is {size} bytes; registry files are limited to {MAX_REGISTRY_FILE_BYTES} bytes"
+                ),
+            });
+        }
         let text = std::fs::read_to_string(path).map_err(|e| RegistryError::Io {
             path: path.display().to_string(),
             reason: e.to_string(),
