@@ -40,6 +40,16 @@ pub fn track_vram_usage() -> MemorySnapshot {
     }
 }
 
+/// Returns memory freed inside the allocator to the operating system (glibc `malloc_trim`);
+/// a no-op on other platforms.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own heap structures; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// (VmRSS, VmHWM) of this process from `/proc/self/status`, in bytes.
 pub fn process_memory() -> (Option<u64>, Option<u64>) {
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else {

@@ -99,9 +99,21 @@ pub struct BackendStatus {
 }
 
 struct Loaded {
-    pipeline: SdxlPipeline,
+    /// Dropped explicitly in `Drop`, before the allocator is trimmed.
+    pipeline: std::mem::ManuallyDrop<SdxlPipeline>,
     model: ResolvedModel,
     name: String,
+}
+
+impl Drop for Loaded {
+    /// Runs when the last request using the model ends after an unload: the sessions are freed,
+    /// then glibc is asked to return the freed heap to the system, so resident memory drops back
+    /// instead of staying cached in the allocator.
+    fn drop(&mut self) {
+        // SAFETY: `pipeline` is not used after this point; `Loaded` is being dropped.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.pipeline) };
+        crate::memory::release_free_memory();
+    }
 }
 
 /// The embeddable SDXL backend. `Send + Sync`.
@@ -145,7 +157,7 @@ impl SdxlBackend {
             .as_ref()
             .map_or_else(|| resolved.dir.display().to_string(), |e| e.id.clone());
         let loaded = Arc::new(Loaded {
-            pipeline,
+            pipeline: std::mem::ManuallyDrop::new(pipeline),
             model: resolved,
             name,
         });
