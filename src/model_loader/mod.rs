@@ -6,6 +6,7 @@
 //!   shared with Python's huggingface_hub and read without a client.
 //! - [`download`]: fetching an entry's files from the hub with the `hf-hub` crate.
 //! - [`details`]: per-file sizes and components (`sdxl models show`).
+//! - [`graph_cache`]: an opt-in cache of ONNX Runtime-optimised graphs ([`load_pipeline_cached`]).
 //!
 //! Every operation takes its places explicitly ([`ModelLocations`]); the free functions
 //! [`is_model_downloaded`], [`get_model_file_details`] and [`download_model_by_id`] are
@@ -13,6 +14,7 @@
 
 pub mod details;
 pub mod download;
+pub mod graph_cache;
 pub mod hf_cache;
 pub mod search;
 
@@ -22,6 +24,7 @@ pub use details::{
     FileDetail, ModelDetails, checkpoint_file_details, component_of, directory_details,
 };
 pub use download::{DownloadError, DownloadEvent, DownloadReport, HubSettings, download_model};
+pub use graph_cache::{GraphCache, GraphCacheError};
 pub use hf_cache::{hf_hub_cache, hf_snapshot_dir};
 pub use search::{
     IncompleteCopy, LOCAL_MODELS_DIR, Located, MODELS_DIR_ENV, ModelLookupError, REQUIRED_FILES,
@@ -60,6 +63,9 @@ pub enum ModelLoaderError {
     /// The graphs or configs could not be loaded.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// The optimised-graph cache could not be built.
+    #[error(transparent)]
+    GraphCache(#[from] GraphCacheError),
 }
 
 /// Where models are searched for and fetched to.
@@ -196,4 +202,19 @@ pub fn load_pipeline(
         });
     }
     Ok(SdxlPipeline::load(checkpoint_dir, options)?)
+}
+
+/// [`load_pipeline`] through `cache`: CPU sessions open graphs that ONNX Runtime optimised on an
+/// earlier load (built on the first one); other devices load `checkpoint_dir` directly.
+pub fn load_pipeline_cached(
+    checkpoint_dir: &Path,
+    options: &SessionOptions,
+    cache: &GraphCache,
+) -> Result<SdxlPipeline, ModelLoaderError> {
+    let missing = missing_layout_files(checkpoint_dir);
+    if !missing.is_empty() || !GraphCache::applies_to(options) {
+        return load_pipeline(checkpoint_dir, options);
+    }
+    let mirror = cache.prepare(checkpoint_dir)?;
+    Ok(SdxlPipeline::load(&mirror, options)?)
 }

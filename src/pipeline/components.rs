@@ -172,10 +172,11 @@ impl Components {
                 .map(|c| c as f64),
             4.0,
         ) as usize;
-        if !(scaling_factor.is_finite() && scaling_factor > 0.0)
-            || !(1..=8).contains(&vae_blocks)
-            || latent_channels == 0
-        {
+        let usable = scaling_factor.is_finite()
+            && scaling_factor > 0.0
+            && (1..=8).contains(&vae_blocks)
+            && latent_channels > 0;
+        if !usable {
             return Err(PipelineError::Config {
                 path: vae_config_path,
                 message: format!(
