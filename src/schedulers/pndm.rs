@@ -3,7 +3,8 @@
 //! evaluates the first timestep twice, which is why the plan repeats its second timestep.
 //!
 //! PNDM has no sigma list of its own; [`Stepper::sigmas`] reports
-//! `sqrt((1 - acp) / acp)` at each listed timestep plus a final 0 ([`super::vp::sigmas_at_timesteps`]).
+//! `sqrt((1 - acp) / acp)` at each step's timestep plus a final 0 ([`super::vp::sigmas_at_timesteps`]);
+//! the warm-up evaluation that repeats a timestep does not add a step.
 
 use super::config::{PredictionType, SchedulerConfig, TimestepSpacing};
 use super::noise::NoiseSource;
@@ -68,8 +69,10 @@ impl Pndm {
             .copied()
             .collect();
         timesteps.reverse();
+        // One sigma per step (the repeated warm-up timestep is one step) plus the final 0.
+        let step_timesteps: Vec<f64> = ascending.iter().rev().copied().collect();
         Ok(Self {
-            sigmas: sigmas_at_timesteps(&schedule, &timesteps)?,
+            sigmas: sigmas_at_timesteps(&schedule, &step_timesteps)?,
             timesteps,
             final_alpha_cumprod: if config.set_alpha_to_one.unwrap_or(false) {
                 1.0
