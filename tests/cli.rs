@@ -239,11 +239,28 @@ fn generate_to_an_unwritable_path_fails_without_partial_files() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-such-dir").join("out.png");
     let output = sdxl(
-        &["generate", "--model", "tiny-sdxl", "--prompt", "x", "--steps", "1", "--out", missing.to_str().unwrap()],
+        &[
+            "generate",
+            "--model",
+            "tiny-sdxl",
+            "--prompt",
+            "x",
+            "--steps",
+            "1",
+            "--out",
+            missing.to_str().unwrap(),
+        ],
         &[],
     );
     assert_eq!(output.status.code(), Some(1));
     let err = stderr(&output);
-    assert!(err.contains("cannot write") && err.contains("no-such-dir/out.png"), "{err}");
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing left behind");
+    assert!(
+        err.contains("cannot write") && err.contains("no-such-dir/out.png"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing left behind"
+    );
 }
