@@ -7,6 +7,9 @@ use sdxl_backend::pipeline::RgbImage;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(image) = RgbImage::from_png(data) {
-        assert_eq!(image.pixels.len(), image.width as usize * image.height as usize * 3);
+        assert_eq!(
+            image.pixels.len(),
+            image.width as usize * image.height as usize * 3
+        );
     }
 });
