@@ -54,6 +54,7 @@ pub mod registry;
 pub mod rng;
 pub mod runtime;
 pub mod schedulers;
+pub mod server;
 
 pub use backend::{
     BackendConfig, CancellationToken, GenerateRequest, GenerateResult, Progress, SdxlBackend,

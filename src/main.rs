@@ -51,6 +51,8 @@ enum Command {
     },
     /// Generate images (text-to-image, or image-to-image with --init-image).
     Generate(Box<cli::generate::GenerateArgs>),
+    /// Serve the AUTOMATIC1111 web UI API (/sdapi/v1/txt2img, img2img, options, ...) over HTTP.
+    Serve(cli::serve::ServeArgs),
     /// ONNX Runtime: which library was loaded and from where.
     Info {
         /// Also open this ONNX graph and print its inputs and outputs.
@@ -127,5 +129,6 @@ fn run(cli: Cli) -> Result<()> {
             cli::generate::run(args, schedulers_toml.clone(), models_toml.clone())
         }
         Command::Info { graph, json } => cli::info::run(graph.as_deref(), *json),
+        Command::Serve(args) => cli::serve::run(args, schedulers_toml.clone(), models_toml.clone()),
     }
 }

@@ -4,4 +4,5 @@ pub mod generate;
 pub mod info;
 pub mod models;
 pub mod schedulers;
+pub mod serve;
 pub mod table;
