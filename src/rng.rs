@@ -18,6 +18,15 @@ use ndarray::{ArrayD, IxDyn};
 
 use crate::schedulers::NoiseSource;
 
+/// A fresh random seed in A1111's range (0 to 2^32 - 1), for requests that ask for one (-1).
+pub fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    hasher.write_u128(now.map_or(0, |d| d.as_nanos()));
+    hasher.finish() & 0xFFFF_FFFF
+}
+
 /// The 32-bit Mersenne Twister (Matsumoto & Nishimura 1998), seeded like PyTorch's
 /// `at::mt19937` (`init_genrand` of the low 32 bits of the seed).
 #[derive(Clone)]

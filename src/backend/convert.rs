@@ -12,7 +12,7 @@ use crate::model_loader::ResolvedModel;
 use crate::output::{Infotext, encode_png};
 use crate::pipeline::{GenerateOutput, GenerateParams, RgbImage, SchedulerChoice, SdxlPipeline};
 use crate::registry::{PresetKind, Registries};
-use crate::rng::{PhiloxRng, TorchCpuRng};
+use crate::rng::{PhiloxRng, TorchCpuRng, random_seed};
 use crate::schedulers::{NoiseSource, SchedulerConfig};
 
 /// A request resolved against the model: pipeline parameters plus what the result reports.
@@ -302,17 +302,6 @@ pub fn noise_source(rng: RngKind, seed: u64, batch: usize) -> Box<dyn NoiseSourc
                 .collect(),
         }),
     }
-}
-
-fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    hasher.finish() & 0xFFFF_FFFF
 }
 
 fn number(value: f64) -> String {

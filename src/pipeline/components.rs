@@ -58,7 +58,8 @@ pub struct Components {
     pub load_warnings: Vec<String>,
 }
 
-fn read_json(path: &Path) -> Result<Value, PipelineError> {
+/// Reads and parses a JSON config file, naming the file in errors.
+pub(crate) fn read_json(path: &Path) -> Result<Value, PipelineError> {
     let text = std::fs::read_to_string(path).map_err(|e| PipelineError::missing(path, e))?;
     serde_json::from_str(&text).map_err(|e| PipelineError::Config {
         path: path.to_path_buf(),

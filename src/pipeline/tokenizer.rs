@@ -19,6 +19,7 @@ use tokenizers::processors::roberta::RobertaProcessing;
 use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
 use super::PipelineError;
+use super::components::read_json;
 
 /// The pattern of transformers' CLIPConverter (and OpenAI's SimpleTokenizer).
 const CLIP_SPLIT: &str = r"'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
@@ -49,14 +50,6 @@ impl std::fmt::Debug for ClipTokenizer {
             .field("max_length", &self.max_length)
             .finish()
     }
-}
-
-fn read_json(path: &Path) -> Result<Value, PipelineError> {
-    let text = std::fs::read_to_string(path).map_err(|e| PipelineError::missing(path, e))?;
-    serde_json::from_str(&text).map_err(|e| PipelineError::Config {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
 }
 
 /// A special token's text: either a string or `{"content": "..."}` (both formats exist).

@@ -15,6 +15,7 @@ use super::error::ApiError;
 use super::samplers;
 use crate::backend::{GenerateRequest, ImageInput, RngKind};
 use crate::registry::SchedulerRegistry;
+use crate::rng::random_seed;
 
 /// Which endpoint a body came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -323,18 +324,6 @@ fn refuse_unsupported(f: &Fields, mode: Mode) -> Result<(), ApiError> {
         ));
     }
     Ok(())
-}
-
-/// A seed in A1111's range (0 to 2^32 - 1).
-fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    hasher.finish() & 0xFFFF_FFFF
 }
 
 #[cfg(test)]
