@@ -95,6 +95,10 @@ struct Args {
     /// Only open each graph as a session, one at a time, and print the time and memory of each.
     #[arg(long)]
     profile_load: bool,
+    /// With `--profile-load`: open the UNet on one thread and the other graphs on another
+    /// (measures what parallel session creation would save in `init_backend`).
+    #[arg(long, requires = "profile_load")]
+    parallel: bool,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -175,7 +179,7 @@ fn main() -> anyhow::Result<()> {
         optimization: GraphOptimization::All,
     };
     if args.profile_load {
-        return profile_load(&model, &options);
+        return profile_load(&model, &options, args.parallel);
     }
     let model_arg = model.to_str().context("model path is not UTF-8")?;
     let load_started = Instant::now();
@@ -251,31 +255,54 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Opens every graph of the checkpoint with the crate's session options, printing one JSON
-/// line per graph (milliseconds, resident memory after it), to see where `init_backend` goes.
-fn profile_load(model: &Path, options: &SessionOptions) -> anyhow::Result<()> {
-    use sdxl_backend::memory::process_memory;
-    let components = [
+/// line per graph (milliseconds, resident memory after it) and a total, to see where
+/// `init_backend` goes. `parallel` opens the UNet and the other graphs on two threads.
+fn profile_load(model: &Path, options: &SessionOptions, parallel: bool) -> anyhow::Result<()> {
+    let open = |components: &[&str]| -> anyhow::Result<Vec<sdxl_backend::runtime::OpenedSession>> {
+        let mut sessions = Vec::new();
+        for component in components {
+            let path = model.join(component).join("model.onnx");
+            if !path.is_file() {
+                continue;
+            }
+            let started = Instant::now();
+            sessions.push(sdxl_backend::runtime::create_session(&path, options)?);
+            let (rss, peak) = sdxl_backend::memory::process_memory();
+            let line = serde_json::json!({
+                "graph": component, "open_ms": ms(started.elapsed()),
+                "rss_bytes": rss, "peak_rss_bytes": peak,
+            });
+            println!("{line}");
+        }
+        Ok(sessions)
+    };
+    let others = [
         "text_encoder",
         "text_encoder_2",
-        "unet",
         "vae_decoder",
         "vae_encoder",
     ];
-    let mut sessions = Vec::new();
-    for component in components {
-        let path = model.join(component).join("model.onnx");
-        if !path.is_file() {
-            continue;
-        }
-        let started = Instant::now();
-        sessions.push(sdxl_backend::runtime::create_session(&path, options)?);
-        let (rss, peak) = process_memory();
-        let line = serde_json::json!({
-            "graph": component, "open_ms": ms(started.elapsed()),
-            "rss_bytes": rss, "peak_rss_bytes": peak,
-        });
-        println!("{line}");
-    }
+    let started = Instant::now();
+    let sessions = if parallel {
+        std::thread::scope(|scope| -> anyhow::Result<_> {
+            let unet = scope.spawn(|| open(&["unet"]));
+            let mut sessions = open(&others)?;
+            sessions.extend(
+                unet.join()
+                    .map_err(|_| anyhow::anyhow!("the UNet thread panicked"))??,
+            );
+            Ok(sessions)
+        })?
+    } else {
+        open(&[&others[..2], &["unet"], &others[2..]].concat())?
+    };
+    let total_ms = ms(started.elapsed());
+    drop(sessions);
+    let line = serde_json::json!({
+        "total_ms": total_ms, "parallel": parallel,
+        "peak_rss_bytes": sdxl_backend::memory::process_memory().1,
+    });
+    println!("{line}");
     Ok(())
 }
 
